@@ -1,0 +1,5 @@
+"""Commands of one pipeline stage; see stitchc/cli/__init__.py."""
+
+__all__ = ["COMMANDS"]
+
+COMMANDS = []

@@ -1,0 +1,1 @@
+"""Everything that runs tensors or jobs: stitch training, evaluation, executors, search."""
