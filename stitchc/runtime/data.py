@@ -89,6 +89,12 @@ class DataSplits:
     """Per-channel standard deviation of the training images before normalization."""
     spec: str
     """The spec string the splits were loaded from."""
+    train_indices: np.ndarray
+    """Positions of the training samples in the source's order (for MNIST, train files before t10k)."""
+    val_indices: np.ndarray
+    """Positions of the validation samples in the source's order."""
+    test_indices: np.ndarray
+    """Positions of the test samples in the source's order."""
 
 
 @dataclass
@@ -150,6 +156,9 @@ def load_data(spec: str, input_shape: tuple[int, ...], options: DataOptions = Da
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
         spec=spec,
+        train_indices=train_idx,
+        val_indices=val_idx,
+        test_indices=test_idx,
     )
 
 
