@@ -171,7 +171,7 @@ def test_shared_mnist_loads_all_test_images():
     assert len(splits.train) + len(splits.val) + len(splits.test) == 10_000
     assert (len(splits.train), len(splits.val), len(splits.test)) == (6000, 2000, 2000)
     labels = torch.cat([splits.train.tensors[1], splits.val.tensors[1], splits.test.tensors[1]])
-    # Class counts of the MNIST test set (LeCun et al.'s t10k files).
+    # Class counts of the MNIST test set (the t10k files).
     assert torch.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
@@ -286,7 +286,7 @@ def test_idx_bad_magic_rejected(tmp_path):
     images, labels = _mnist_like(10, seed=0)
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x12\x34\x56\x78" + images.tobytes())
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
-    with pytest.raises(DataError, match="t10k-images-idx3-ubyte is not an idx file"):
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte is not a valid idx file"):
         load_data(f"mnist:{tmp_path}", (1, 6, 6))
 
 

@@ -42,7 +42,7 @@ def test_cross_entropy_is_mean_negative_log_probability():
 
 
 def test_ece_weights_bins_by_size():
-    # Bin b of 15 holds confidences in (b/15, (b+1)/15]:
+    # Bin b of 15 contains confidences in (b/15, (b+1)/15]:
     #   0.90 -> 13.5 -> bin 13 (samples 0 and 4), 0.62 -> 9.3 -> bin 9,
     #   0.70 -> 10.5 -> bin 10, 0.50 -> 7.5 -> bin 7.
     # bin 13: n=2, accuracy 1/2, confidence 0.90 -> 2/5 * |0.5 - 0.9| = 0.16

@@ -3,9 +3,9 @@
 Accepted specs:
 
 - ``digits``: scikit-learn's bundled handwritten digits (1,797 grayscale 8x8 images, 10 classes).
-- ``mnist:DIR``: MNIST in the idx format, gzipped or not. When DIR holds the ``train-*`` files,
-  they supply the training and validation splits and the ``t10k-*`` files the test split;
-  a directory with only the ``t10k-*`` files is split three ways like any other source.
+- ``mnist:DIR``: MNIST in the idx format, gzipped or not. When DIR contains the ``train-*``
+  files, they supply the training and validation splits and the ``t10k-*`` files the test
+  split. A directory with only the ``t10k-*`` files is split three ways like any other source.
 - ``imagefolder:DIR``: torchvision's ImageFolder layout (``DIR/<class name>/<image>``).
 - ``npz:FILE``: a NumPy archive with ``x`` and ``y`` (classification) or ``x`` and ``masks``
   (segmentation, where the mask value 255 means "ignore").
@@ -51,12 +51,12 @@ _RESIZE_CHUNK = 1024
 
 @dataclass(frozen=True)
 class DataOptions:
-    """How a data source is split, subsampled and checked."""
+    """Options for splitting, subsampling and checking a data source."""
 
     val_fraction: float = 0.2
     """Share of the source's samples in the validation split (the set the search optimizes)."""
     test_fraction: float = 0.2
-    """Share of the source's samples in the test split; ignored when the source has its own test set."""
+    """Share of the source's samples in the test split, unused when the source has its own test set."""
     seed: int = 0
     """Seed of the split and subsampling permutations."""
     max_train: int | None = None
@@ -66,7 +66,7 @@ class DataOptions:
     max_test: int | None = None
     """Maximum number of test samples kept after splitting; None keeps all."""
     num_classes: int | None = None
-    """Expected number of classes; labels must lie in [0, num_classes). None infers max label + 1."""
+    """Expected number of classes, so labels must lie in [0, num_classes). None infers max label + 1."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def _read_idx(path: Path) -> np.ndarray:
     # Header: two zero bytes, a dtype code, the number of dimensions, then one big-endian
     # uint32 per dimension.
     if len(payload) < 4 or payload[0] != 0 or payload[1] != 0 or payload[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an idx file: its first 4 bytes {payload[:4].hex()} are no idx magic number.")
+        raise DataError(f"{path} is not a valid idx file because its first 4 bytes {payload[:4].hex()} are not an idx magic number.")
     ndim = payload[3]
     header_size = 4 + 4 * ndim
     if len(payload) < header_size:
@@ -349,6 +349,8 @@ def _read_image_folder(root: Path, channels: int) -> _RawSource:
         raise DataError(f"Image folder {root} has no class subfolders with images: {error}") from error
 
     # Images may differ in size, so each one is read at its own size and resized later on its own.
+    # NOTE: every image is decoded and kept in memory, even when max_train and the other limits
+    # keep only a few, so a large folder is slow to load and needs memory for all of it.
     mode = "L" if channels == 1 else "RGB"
     images = []
     for path, _ in folder.samples:
@@ -406,7 +408,10 @@ def _read_npz(path: Path) -> _RawSource:
 
 
 def _images_to_nchw(x: np.ndarray, path: Path) -> torch.Tensor:
-    """Return x as float32 (N, C, H, W); x may be (N, H, W), (N, C, H, W) or (N, H, W, C) with C in 1, 3."""
+    """Return x as float32 (N, C, H, W).
+
+    x may be (N, H, W), (N, C, H, W) or (N, H, W, C), with C = 1 or 3.
+    """
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"{path}: x has dtype {x.dtype}; expected integer or floating-point pixels.")
     images = torch.from_numpy(x.astype(np.float32))

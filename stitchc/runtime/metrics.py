@@ -1,9 +1,8 @@
 """Evaluation metrics over logits: classification and semantic segmentation.
 
 Classification: top-1 accuracy, mean cross-entropy loss and expected calibration error (ECE)
-with equal-width confidence bins. The ECE follows Guo et al., "On Calibration of Modern Neural
-Networks" (ICML 2017): bin ``b`` of ``B`` holds the samples whose confidence (the maximum
-softmax probability) lies in ``(b/B, (b+1)/B]``, and
+with equal-width confidence bins. Bin ``b`` of ``B`` contains the samples whose confidence (the
+maximum softmax probability) lies in ``(b/B, (b+1)/B]``, and
 
     ECE = sum over bins of (n_b / N) * |accuracy_b - mean confidence_b|.
 
@@ -57,10 +56,12 @@ class MetricAccumulator:
         num_bins: confidence bins for the expected calibration error (classification only).
         ignore_index: target value skipped by the segmentation metrics.
 
-    :meth:`result` returns, for classification, ``accuracy``, ``loss`` (mean cross-entropy in
-    nats), ``ece`` and ``count`` (samples); for segmentation, ``pixel_accuracy``,
-    ``mean_iou``, ``loss`` (mean cross-entropy over the pixels not ignored) and ``count``
-    (pixels not ignored).
+    :meth:`result` returns these keys:
+
+    - classification: ``accuracy``, ``loss`` (mean cross-entropy in nats), ``ece`` and
+      ``count`` (samples).
+    - segmentation: ``pixel_accuracy``, ``mean_iou``, ``loss`` (mean cross-entropy over the
+      pixels not ignored) and ``count`` (pixels not ignored).
     """
 
     def __init__(
@@ -144,7 +145,7 @@ class MetricAccumulator:
         self._correct += int(correct.sum())
         self._loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
 
-        # Bin b holds confidences in (b/B, (b+1)/B]: ceil(c * B) - 1, clamped for c == 0.
+        # Bin b contains confidences in (b/B, (b+1)/B]: ceil(c * B) - 1, clamped for c == 0.
         bins = (torch.ceil(confidence * self.num_bins).to(torch.int64) - 1).clamp(0, self.num_bins - 1)
         self._bin_count += torch.bincount(bins, minlength=self.num_bins).cpu()
         self._bin_confidence += torch.bincount(bins, weights=confidence, minlength=self.num_bins).cpu()
