@@ -157,6 +157,13 @@ def test_float_targets_rejected():
         accuracy(LOGITS, TARGETS.to(torch.float32))
 
 
+def test_non_finite_logits_raise():
+    logits = LOGITS.clone()
+    logits[3, 1] = float("nan")
+    with pytest.raises(EvaluationError, match="contain NaN or infinite values"):
+        accuracy(logits, TARGETS)
+
+
 def test_empty_accumulator_raises():
     with pytest.raises(EvaluationError, match="No samples"):
         MetricAccumulator("classification", 3).result()

@@ -96,7 +96,17 @@ class MetricAccumulator:
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        """Add one batch; raises InvalidArgumentError on mismatched shapes or labels out of range."""
+        """Add one batch of logits and targets to the running sums.
+
+        Raises:
+            InvalidArgumentError: the shapes do not match or a label is out of range.
+            EvaluationError: a logit is NaN or infinite, so no metric of this batch would be a number.
+        """
+        if not bool(torch.isfinite(logits).all()):
+            raise EvaluationError(
+                f"Logits of shape {tuple(logits.shape)} contain NaN or infinite values; "
+                "the model's output is not finite, so this evaluation has no score."
+            )
         if self.task == "classification":
             self._update_classification(logits, target)
         else:
