@@ -263,7 +263,13 @@ def capture(module: nn.Module, input_shape: tuple[int, ...] | str,
     work = copy.deepcopy(module).eval()
     _disable_inplace_flags(work)
 
-    gm, tracer, leafized = _trace_with_retries(work, options)
+    if _is_stitchc_capture(work):
+        # Re-tracing generated code would lose the module scopes behind the stable
+        # names, so a stitchc capture is taken over as it is.
+        gm, hooked, leafized = work, set(), []
+    else:
+        gm, tracer, leafized = _trace_with_retries(work, options)
+        hooked = tracer.hooked
     inplace_rewrites = _make_out_of_place(gm)
     _select_output(gm, options.output_key)
     _name_nodes(gm)
@@ -278,7 +284,7 @@ def capture(module: nn.Module, input_shape: tuple[int, ...] | str,
     report = CaptureReport(
         input_shape=input_shape,
         leafized=tuple(leafized),
-        hooked=tuple(sorted(tracer.hooked)),
+        hooked=tuple(sorted(hooked)),
         flop_counted=tuple(flop_counted),
         inplace_rewrites=inplace_rewrites,
         parity_max_abs_diff=diff,
@@ -288,6 +294,12 @@ def capture(module: nn.Module, input_shape: tuple[int, ...] | str,
     logger.info("captured %s: %d nodes, parity max abs diff %.3g, %.2f s",
                 type(module).__name__, len(gm.graph.nodes), diff, report.seconds)
     return CaptureResult(gm=gm, report=report)
+
+
+def _is_stitchc_capture(module: nn.Module) -> bool:
+    return isinstance(module, torch.fx.GraphModule) and all(
+        "stitchc_name" in node.meta for node in module.graph.nodes
+    )
 
 
 def _disable_inplace_flags(module: nn.Module) -> None:
@@ -404,6 +416,9 @@ def _name_nodes(gm: torch.fx.GraphModule) -> None:
     """
     used: Counter[str] = Counter()
     for node in gm.graph.nodes:
+        if "stitchc_name" in node.meta:
+            used[node.meta["stitchc_name"]] += 1
+            continue
         if node.op == "placeholder":
             base = node.target
         elif node.op == "output":

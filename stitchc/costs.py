@@ -281,3 +281,19 @@ def _uncounted_module(module, args, kwargs, output) -> int:
     # convention; registered so that their parameters do not send them to the
     # FlopCounterMode fallback.
     return 0
+
+
+# ATen overloads, as they appear in graphs from torch.export archives (.pt2 sources).
+_aten = torch.ops.aten
+register_function_macs(_aten.conv1d.default, _aten.conv2d.default, _aten.conv3d.default)(_conv_function)
+register_function_macs(_aten.linear.default)(_linear_function)
+register_function_macs(_aten.matmul.default, _aten.mm.default, _aten.bmm.default)(_matmul_function)
+register_function_macs(_aten.addmm.default, _aten.baddbmm.default)(_addmm_function)
+register_function_macs(_aten.scaled_dot_product_attention.default)(_sdpa_function)
+
+
+@register_function_macs(_aten.convolution.default)
+def _aten_convolution(args, kwargs, output) -> int:
+    # aten.convolution(input, weight, bias, stride, padding, dilation, transposed, ...)
+    transposed = bool(args[6]) if len(args) > 6 else False
+    return conv_macs(_shape(args[1]), _shape(output), transposed, _shape(args[0]))
