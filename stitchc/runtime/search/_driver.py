@@ -6,7 +6,9 @@ flight: when its result arrives, the driver records it in ``archive.jsonl``, upd
 archive, hands it to the slot, and submits the slot's next proposal. A proposal that
 differs from one of its references only at positions inactive there, or whose active
 positions and values were evaluated before, is answered at once without an evaluation; it
-is recorded as skipped and still counts against the budget.
+is recorded as skipped and still counts against the budget. A proposal whose active
+positions and values are being evaluated right now waits for that result and is then
+recorded as skipped ("memoized") too.
 
 Resuming replays ``archive.jsonl`` through a fresh algorithm with the same seed. Because
 the algorithm draws every random number from one generator and consumes results in the
@@ -162,10 +164,13 @@ class SearchResult:
 
 @dataclass
 class _Pending:
+    """A proposal waiting for its evaluation, or, with ``leader`` set, for another in-flight proposal's."""
+
     slot: int
     proposal: Proposal
     active: frozenset[int]
     submitted_at: float | None = None
+    leader: int | None = None
 
 
 class _SearchRun:
@@ -195,6 +200,9 @@ class _SearchRun:
 
         self.memo: dict[tuple, Solution] = {}
         self.pending: dict[int, _Pending] = {}
+        # Memoization key -> ticket of the evaluation in flight for it; later proposals with
+        # the same key wait for that result instead of evaluating the subnetwork again.
+        self.in_flight_keys: dict[tuple, int] = {}
         self.next_ticket = 0
         self.evaluations = 0
         self.skipped = 0
@@ -231,16 +239,16 @@ class _SearchRun:
 
     def _replay_next(self) -> None:
         record = self.replay.popleft()
-        ticket = next((t for t, item in self.pending.items() if item.slot == record["slot"]), None)
+        ticket = next((t for t, item in self.pending.items() if item.slot == record["slot"] and item.leader is None), None)
         if ticket is None or format_genotype(self.pending[ticket].proposal.genotype) != record["genotype"]:
             raise ResumeMismatchError(
                 f"{ARCHIVE_FILE} record {record['index']} (slot {record['slot']}) does not match the replayed "
                 "search; the run was made by another stitchc version or the archive was edited, so start a new run."
             )
-        item = self.pending.pop(ticket)
+        item = self.pending[ticket]
         solution = Solution(item.proposal.genotype, record["objectives"], item.active, record["error"])
         self._go_live_if_replayed()
-        self._integrate(item.slot, solution, record=record)
+        self._complete(ticket, solution, record=record)
 
     def _wait_live(self) -> None:
         limit = self.options.time_limit_s
@@ -252,11 +260,11 @@ class _SearchRun:
             self._fail_timed_out()
             return
         for ticket, result in results:
-            item = self.pending.pop(ticket, None)
+            item = self.pending.get(ticket)
             if item is None:
                 continue  # abandoned after its timeout
             solution = Solution(item.proposal.genotype, result.objectives, item.active, result.error)
-            self._integrate(item.slot, solution, result=result, submitted_at=item.submitted_at)
+            self._complete(ticket, solution, result=result, submitted_at=item.submitted_at)
 
     def _fail_timed_out(self) -> None:
         timeout = self.options.executor.evaluation_timeout_s
@@ -264,12 +272,30 @@ class _SearchRun:
             return
         now = time.time()
         for ticket, item in list(self.pending.items()):
-            if item.submitted_at is not None and now - item.submitted_at > timeout:
+            if ticket in self.pending and item.submitted_at is not None and now - item.submitted_at > timeout:
+                logger.warning("evaluation %d of slot %d timed out after %s s", ticket, item.slot, timeout)
                 self.executor.abandon(ticket)
-                del self.pending[ticket]
                 result = WorkerResult(None, f"timed out after {timeout} s", item.submitted_at, now, "")
                 solution = Solution(item.proposal.genotype, None, item.active, result.error)
-                self._integrate(item.slot, solution, result=result, submitted_at=item.submitted_at)
+                self._complete(ticket, solution, result=result, submitted_at=item.submitted_at)
+
+    def _complete(self, ticket: int, solution: Solution, **details) -> None:
+        """Integrate the result of ``ticket``, then answer the proposals that waited for it."""
+        item = self.pending.pop(ticket)
+        key = active_key(item.proposal.genotype, item.active)
+        if self.in_flight_keys.get(key) == ticket:
+            del self.in_flight_keys[key]
+        followers = sorted(t for t, other in self.pending.items() if other.leader == ticket)
+        self._integrate(item.slot, solution, **details)
+
+        for follower in followers:
+            waiting = self.pending.pop(follower)
+            if solution.failed:
+                # No result to share: evaluate it after all.
+                self._request(waiting.slot, waiting.proposal)
+                continue
+            shared = Solution(waiting.proposal.genotype, solution.objectives, waiting.active)
+            self._integrate(waiting.slot, shared, skip_reason="memoized")
 
     # Proposals, skipping and submission.
 
@@ -301,7 +327,12 @@ class _SearchRun:
     def _submit(self, slot: int, proposal: Proposal, active: frozenset[int]) -> None:
         ticket = self.next_ticket
         self.next_ticket += 1
-        self.pending[ticket] = _Pending(slot, proposal, active)
+        key = active_key(proposal.genotype, active)
+        leader = self.in_flight_keys.get(key)
+        self.pending[ticket] = _Pending(slot, proposal, active, leader=leader)
+        if leader is not None:
+            return
+        self.in_flight_keys[key] = ticket
         if self.live:
             self.pending[ticket].submitted_at = time.time()
             self.executor.submit(ticket, proposal.genotype)
@@ -312,6 +343,8 @@ class _SearchRun:
         self.live = True
         logger.info("replayed the archive; resubmitting %d evaluations that were in flight", len(self.pending))
         for ticket in sorted(self.pending):
+            if self.pending[ticket].leader is not None:
+                continue
             self.pending[ticket].submitted_at = time.time()
             self.executor.submit(ticket, self.pending[ticket].proposal.genotype)
 
