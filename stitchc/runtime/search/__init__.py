@@ -7,7 +7,7 @@ same genotypes to pymoo.
 """
 
 from stitchc.runtime.search._archive import Archive, dominates
-from stitchc.runtime.search._driver import ALGORITHMS, SearchOptions, SearchProgress, SearchResult, resume_search, run_search
+from stitchc.runtime.search._driver import ALGORITHMS, SearchOptions, SearchProgress, SearchResult, reevaluate_front, resume_search, run_search
 from stitchc.runtime.search._executors import EXECUTOR_KINDS, ExecutorOptions
 from stitchc.runtime.search._hypervolume import HypervolumeReference, default_reference, hypervolume
 from stitchc.runtime.search._init import biased_population, default_stitch_probability
@@ -50,6 +50,7 @@ __all__ = [
     "read_archive",
     "read_config",
     "read_front",
+    "reevaluate_front",
     "resume_search",
     "run_search",
     "validate_genotype",

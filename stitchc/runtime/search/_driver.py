@@ -60,7 +60,15 @@ from stitchc.runtime.search._rundir import (
 from stitchc.runtime.search._scalarize import annealed_threshold
 from stitchc.runtime.search._solution import Solution
 
-__all__ = ["ALGORITHMS", "SearchOptions", "SearchProgress", "SearchResult", "run_search", "resume_search"]
+__all__ = [
+    "ALGORITHMS",
+    "SearchOptions",
+    "SearchProgress",
+    "SearchResult",
+    "run_search",
+    "resume_search",
+    "reevaluate_front",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -504,6 +512,7 @@ def run_search(
     options: SearchOptions,
     run_dir: str | Path,
     progress: Callable[[SearchProgress], None] | None = None,
+    source: dict | None = None,
 ) -> SearchResult:
     """Search the problem's genotypes and write the run to ``run_dir``.
 
@@ -514,6 +523,8 @@ def run_search(
         run_dir: a new or empty directory; it receives ``config.json``, ``archive.jsonl``,
             ``front.csv`` and ``front.png``.
         progress: called with a :class:`SearchProgress` after every recorded evaluation.
+        source: JSON-compatible description of where the problem came from (the CLI stores
+            the supernetwork path and data source), kept in ``config.json``.
 
     Raises:
         SearchError: ``run_dir`` already holds a run, or the problem's layout is unusable.
@@ -540,6 +551,7 @@ def run_search(
         "seeds": {"algorithm": options.seed, "first_worker": options.seed + 1},
         "hypervolume_reference": dataclasses.asdict(reference),
         "reference_points": reference_points,
+        "source": source or {},
     }
     write_config(run_dir, config)
     logger.info("starting a %s search of %d evaluations in %s", options.algorithm, options.budget, run_dir)
@@ -606,3 +618,31 @@ def resume_search(
     logger.info("resuming %s: replaying %d recorded evaluations", run_dir, len(records))
     run = _SearchRun(problem_factory, session, run_dir, reference, records, progress)
     return _finish(run, run.run())
+
+
+def reevaluate_front(run_dir: str | Path, problem_factory: ProblemFactory) -> list[dict]:
+    """Evaluate the run's validation front with another problem (the test split) and write ``front_test.csv``.
+
+    The re-evaluated points are filtered to the non-dominated ones again, and the test
+    problem's reference points are stored in ``config.json`` as ``test_reference_points``.
+    Failed re-evaluations are logged and left out. Returns the test front records.
+    """
+    from stitchc.runtime.search._rundir import TEST_FRONT_FILE, read_front
+
+    run_dir = Path(run_dir)
+    problem = problem_factory()
+    records = []
+    for record in read_front(run_dir / FRONT_FILE):
+        genotype = parse_genotype(record["genotype"])
+        try:
+            objectives = dict(problem.evaluate(genotype))
+        except Exception as error:  # noqa: BLE001 - one failed re-evaluation must not lose the rest
+            logger.warning("test evaluation of %s failed: %s", record["genotype"], error)
+            continue
+        records.append({"index": record["index"], "genotype": record["genotype"], "objectives": objectives})
+    front = front_records(records)
+    write_front(run_dir / TEST_FRONT_FILE, front)
+    config = read_config(run_dir)
+    config["test_reference_points"] = problem.reference_points()
+    write_config(run_dir, config)
+    return front
