@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ChainProblem", "ChainProblemFactory"]
+__all__ = ["ChainProblem", "ChainProblemFactory", "benchmark_factory"]
 
 
 class ChainProblem:
@@ -105,3 +105,8 @@ class ChainProblemFactory:
 
     def __call__(self) -> ChainProblem:
         return ChainProblem(self.matches, self.seed, self.delay_s, self.fail_from_stitches)
+
+
+def benchmark_factory() -> ChainProblemFactory:
+    """Return the factory of the benchmark's default problem: 40 matches, genotype length 81."""
+    return ChainProblemFactory(matches=40)
