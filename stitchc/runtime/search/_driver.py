@@ -5,8 +5,8 @@ executor, the archive and the run directory. Each slot has at most one evaluatio
 flight: when its result arrives, the driver records it in ``archive.jsonl``, updates the
 archive, hands it to the slot, and submits the slot's next proposal. A proposal that
 differs from one of its references only at positions inactive there, or whose active
-positions and values were evaluated before, is answered at once without an evaluation; it
-is recorded as skipped and still counts against the budget. A proposal whose active
+positions and values were evaluated before, gets its result at once without an evaluation.
+It is recorded as skipped and still counts against the budget. A proposal whose active
 positions and values are being evaluated right now waits for that result and is then
 recorded as skipped ("memoized") too.
 
@@ -110,7 +110,7 @@ class SearchOptions:
     time_limit_s: float | None = None
     """Stop proposing after this many seconds of this session and finish what is in flight."""
     executor: ExecutorOptions = field(default_factory=ExecutorOptions)
-    """Where evaluations run."""
+    """Executor settings: kind, workers, GPUs per worker and timeouts."""
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -155,7 +155,7 @@ class SearchProgress:
 class SearchResult:
     """What a finished (or stopped) search session leaves.
 
-    ``front`` holds the non-dominated successful records of the whole run (as written to
+    ``front`` contains the non-dominated successful records of the whole run (as written to
     ``front.csv``), not only the annealing archive, so points purged by the threshold can
     still appear. ``stop_reason`` is ``"budget"``, ``"time limit"`` or ``"converged"``
     (every slot stopped because its neighbourhood converged).
@@ -288,7 +288,7 @@ class _SearchRun:
                 self._complete(ticket, solution, result=result, submitted_at=item.submitted_at)
 
     def _complete(self, ticket: int, solution: Solution, **details) -> None:
-        """Integrate the result of ``ticket``, then answer the proposals that waited for it."""
+        """Integrate the result of ``ticket``, then resolve the proposals that waited for it."""
         item = self.pending.pop(ticket)
         key = active_key(item.proposal.genotype, item.active)
         if self.in_flight_keys.get(key) == ticket:
@@ -407,7 +407,7 @@ class _SearchRun:
     def _record(self, slot, solution, skip_reason, record, result, submitted_at) -> None:
         index = self.evaluations
         if record is None and not self.live:
-            # A skip during the replay: the archive holds it as the next record.
+            # A skip during the replay: the archive contains it as the next record.
             record = self.replay.popleft()
             if record["slot"] != slot or record["genotype"] != format_genotype(solution.genotype) or not record["skipped"]:
                 raise ResumeMismatchError(
@@ -527,7 +527,7 @@ def run_search(
             the supernetwork path and data source), kept in ``config.json``.
 
     Raises:
-        SearchError: ``run_dir`` already holds a run, or the problem's layout is unusable.
+        SearchError: ``run_dir`` already contains a run, or the problem's layout is unusable.
     """
     run_dir = Path(run_dir)
     if (run_dir / CONFIG_FILE).exists() or (run_dir / ARCHIVE_FILE).exists():
