@@ -1,9 +1,9 @@
 """Exact branch and bound over the lattice of merged topological prefixes.
 
 A matching keeps the merged graph acyclic exactly when the merged graph has a
-topological order, and such an order is built by repeatedly taking a minimal
-remaining node of A alone, a minimal remaining node of B alone, or a minimal node of
-each, matched. A search state is therefore a pair of downsets (the A nodes and the B
+topological order. Such an order is built by repeatedly placing a minimal remaining
+node of A alone, a minimal remaining node of B alone, or a minimal node of each as a
+matched pair. A search state is therefore a pair of downsets (the A nodes and the B
 nodes already placed), and the best weight still obtainable from a state does not
 depend on how the state was reached. The search is depth first with
 
@@ -118,7 +118,7 @@ def search_lattice(
     deadline: float | None,
     state_limit: int | None,
 ) -> LatticeResult:
-    """Search for a matching heavier than ``incumbent``; prove optimality if it finishes.
+    """Search for a matching heavier than ``incumbent``, proving optimality when the search finishes.
 
     Args:
         component: The subproblem.

@@ -13,8 +13,8 @@ Constraints, each family in plain words:
 2. x[k] implies rank_a[a] == rank_b[b] for candidate k = (a, b).
 3. At most one chosen candidate per node.
 4. Valid inequalities: two candidates (a1, b1), (a2, b2) with a1 before a2 in A and b2
-   before b1 in B form a 2-cycle, so at most one of them is chosen (posted while their
-   number stays under a cap, because they are quadratic in the candidates).
+   before b1 in B form a 2-cycle, so at most one of them is chosen. Their number is
+   quadratic in the candidates, so at most ``CONFLICT_CAP`` of them are posted.
 5. Symmetry breaking: when two nodes of one graph have the same predecessors, the same
    successors and the same weighted partners, the later one is matched only if the
    earlier one is.
@@ -225,7 +225,7 @@ def solve_model(
         proven = status == cp_model.OPTIMAL or value >= bound
         return CpSatOutcome(value, pairs, max(bound, value), proven, name)
     if status == cp_model.UNKNOWN:
-        # Time ran out before CP-SAT reported a solution; the hint still stands.
+        # Time ran out before CP-SAT reported a solution, so the hint is returned.
         return CpSatOutcome(hint_value, hint, upper_bound, hint_value >= upper_bound, name)
     if status == cp_model.MODEL_INVALID:
         raise MatchingError(f"CP-SAT rejected the matching model as invalid: {built.model.Validate()}")

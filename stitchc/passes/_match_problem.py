@@ -2,8 +2,8 @@
 
 Nodes of A and of B are numbered separately (the two graphs may share node names).
 Only nodes that appear in some candidate matter to the solvers, because a cycle in the
-merged graph always runs from one matched node to the next through a path of A or of B:
-the solvers therefore work on the reachability order among candidate nodes, not on the
+merged graph always runs from one matched node to the next through a path of A or of B.
+The solvers therefore work on the reachability order among candidate nodes, not on the
 edges themselves. Sets of nodes are Python ints used as bitsets.
 """
 

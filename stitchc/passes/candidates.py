@@ -12,7 +12,7 @@ matcher never needs to change. The built-in kinds, tried in this order:
   token count t; an ``nn.Linear(d, e)`` over the last axis.
 
 A pair of layer nodes (a in A, b in B) is a candidate when a kind applies in both
-directions; the first such kind is recorded.
+directions. The first such kind is recorded.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Exact acyclic matching of two directed acyclic graphs.
 
-Given two DAGs A and B and candidate pairs (a in A, b in B), choose candidates so that
-each node is used at most once and merging every chosen pair into one node leaves the
-merged graph acyclic, maximizing the total weight. This module is independent of torch:
+Given two DAGs A and B and candidate pairs (a in A, b in B), the matcher chooses the
+candidates of maximum total weight such that each node is used at most once. Merging
+every chosen pair into one node must leave the merged graph acyclic. This module is independent of torch:
 it works on ``networkx.DiGraph`` objects whose nodes are any hashable names.
 
 The solve runs in this order:
@@ -90,7 +90,7 @@ class MatchingOptions:
 
 @dataclasses.dataclass(frozen=True)
 class ComponentSummary:
-    """How one independent component was solved.
+    """Solve statistics of one independent component.
 
     Attributes:
         a_nodes: Number of candidate nodes of A in it; ``b_nodes`` likewise.
@@ -299,8 +299,8 @@ def is_acyclic_matching(
     """Return whether ``pairs`` is a valid acyclic matching of ``graph_a`` and ``graph_b``.
 
     Independent of the solvers: it checks that every node is used at most once and
-    exists, then merges each pair into one node of the union of both graphs and asks
-    networkx whether the result is a DAG.
+    exists, then merges each pair into one node of the union of both graphs and checks
+    with networkx whether the result is a DAG.
     """
     pairs = list(pairs)
     used_a = [a for a, _ in pairs]
