@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stitchc.errors import InvalidArgumentError, TrainingError
-from stitchc.ir import META_KEY, node_info
+from stitchc.ir import node_info
 from stitchc.passes._switch import switch_position
 
 __all__ = ["TrainOptions", "TrainReport", "train_stitches", "stitch_features", "measure_stitch_mse"]
@@ -292,10 +292,10 @@ def _train_step(features_gm: torch.fx.GraphModule, slots: list[_StitchSlot], x: 
     losses = [nn.functional.mse_loss(slot.module(values[slot.source]), values[slot.target]) for slot in slots]
     loss = torch.stack(losses).sum()
     if not torch.isfinite(loss):
-        bad = next(slot.name for slot, value in zip(slots, losses) if not torch.isfinite(value))
+        bad, value = next((slot.name, float(value.detach())) for slot, value in zip(slots, losses)
+                          if not torch.isfinite(value))
         raise TrainingError(
-            f"the loss of {bad} became {float(losses[[s.name for s in slots].index(bad)])}; lower the "
-            "learning rate (--lr) or use --init lstsq"
+            f"the loss of {bad} became {value}; lower the learning rate (--lr) or use --init lstsq"
         )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
