@@ -1,8 +1,8 @@
 """Build pass: join two captured parents and a matching into one supernetwork.
 
 For each matched pair (a, b), :func:`insert_stitches` adds a stitch b→a that reads
-b's raw output, a switch s_a whose input 0 is a's output and input 1 that stitch, and
-rewires every consumer of a to s_a; then the mirror stitch a→b and switch s_b. The
+b's raw output and a switch s_a whose input 0 is a's output and input 1 that stitch.
+Every consumer of a then reads s_a. The mirror stitch a→b and switch s_b follow. The
 output switch picks parent A's output, parent B's output or their ensemble.
 
 Genotype layout: ``[a_0, b_0, a_1, b_1, ..., out]`` with the matches in A's
@@ -456,8 +456,7 @@ def check_supernet(gm: torch.fx.GraphModule, num_matches: int | None = None) -> 
 
     Checks ``graph.lint()`` (which includes topological order, so the graph is
     acyclic), a metadata record on every node, exactly two inputs for every switch,
-    the switch positions ``0 .. 2 * m`` each used once, and one stitch per ordinary
-    switch.
+    and the switch positions ``0 .. 2 * m`` each used once.
 
     Raises:
         StitchcError: an invariant is broken; the message names the node.
