@@ -1,38 +1,39 @@
-"""Benchmark of `stitchc match`: the paper's model pairs, branching pairs and a scaling series.
+"""Matching benchmark: the paper's model pairs, branching pairs and random DAGs.
 
-Writes a markdown fragment with the command, date and machine to
-``benchmarks/results/matching.md`` (and the raw rows as JSON beside it).
+Each pair is solved with CP-SAT and then with stitchc's own branch and bound on the same
+candidates, so the two solvers' times are measured side by side.
 
-Usage:
-    python benchmarks/bench_matching.py [--quick] [--solver cpsat|bnb] [--workers N]
+    python -m benchmarks matching [--fast]
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import os
-import platform
+import logging
 import random
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 
 import networkx as nx
 
+from benchmarks._common import Context, format_ratio, markdown_table, write_fragment
 from stitchc.passes.candidates import find_candidates, to_digraph
 from stitchc.passes.matching import MatchingOptions, is_acyclic_matching, solve_matching
 from stitchc.sources import capture_source
 
-RESULTS = Path(__file__).parent / "results"
+__all__ = ["NAME", "TITLE", "MODEL_PAIRS", "SCALING_PAIRS", "FAST_PAIRS", "bench_models", "bench_random", "run"]
 
-# (model A, model B, input shape, the paper's match count or None)
+logger = logging.getLogger(__name__)
+
+NAME = "matching"
+TITLE = "Matching"
+
+# (model A, model B, input shape, the paper's (match count, solve seconds) or None)
 MODEL_PAIRS = [
-    ("timm:resnet152", "timm:efficientnet_b4", "1x3x224x224", 154),
-    ("timm:resnet50", "timm:resnext50_32x4d", "1x3x224x224", 206),
-    ("torchvision:deeplabv3_mobilenet_v3_large", "torchvision:deeplabv3_resnet50", "1x3x520x520", 56),
+    ("timm:resnet152", "timm:efficientnet_b4", "1x3x224x224", (154, 417)),
+    ("timm:resnet50", "timm:resnext50_32x4d", "1x3x224x224", (206, None)),
+    ("torchvision:deeplabv3_mobilenet_v3_large", "torchvision:deeplabv3_resnet50", "1x3x520x520", (56, None)),
     ("timm:densenet121", "timm:resnet50", "1x3x224x224", None),
     ("timm:regnety_016", "timm:mobilenetv3_large_100", "1x3x224x224", None),
 ]
@@ -41,6 +42,9 @@ SCALING_PAIRS = [
     ("timm:resnet34", "timm:resnet50", "1x3x224x224", None),
     ("timm:resnet50", "timm:resnet101", "1x3x224x224", None),
     ("timm:resnet101", "timm:resnet152", "1x3x224x224", None),
+]
+FAST_PAIRS = [
+    ("timm:resnet10t,num_classes=10", "timm:resnet18,num_classes=10", "1x3x32x32", None),
 ]
 
 
@@ -67,6 +71,7 @@ def bench_models(source_a, source_b, input_shape, paper, options) -> dict:
     listed = time.monotonic()
     result, peak = _solve(graph_a, graph_b, candidates, options)
     return {
+        **_solve_both(graph_a, graph_b, candidates, options),
         "pair": f"{source_a} x {source_b}",
         "input": input_shape,
         "candidates": len(candidates),
@@ -107,6 +112,7 @@ def bench_random(layers: int, width: int, options, seed: int = 0) -> dict:
     candidates = [(a, b) for a in graph_a for b in graph_b if band(graph_a, a) == band(graph_b, b)]
     result, peak = _solve(graph_a, graph_b, candidates, options)
     return {
+        **_solve_both(graph_a, graph_b, candidates, options),
         "pair": f"random layered {layers}x{width} vs {layers + layers // 4}x{width}",
         "input": "-",
         "candidates": len(candidates),
@@ -123,59 +129,60 @@ def bench_random(layers: int, width: int, options, seed: int = 0) -> dict:
     }
 
 
-def _markdown(rows, command: str) -> str:
-    lines = [
-        "## Matching",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {datetime.date.today().isoformat()}  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"{platform.system()} (shared with other jobs while measured)",
-        "",
+def _solve_both(graph_a, graph_b, candidates, options: MatchingOptions) -> dict:
+    """Solve with CP-SAT and with the branch and bound, side by side; return the second solver's figures."""
+    bnb = MatchingOptions(solver="bnb", time_limit=options.time_limit)
+    started = time.perf_counter()
+    result = solve_matching(graph_a, graph_b, candidates, options=bnb)
+    return {"bnb_matches": len(result.pairs), "bnb_status": result.status,
+            "bnb_s": round(time.perf_counter() - started, 3)}
+
+
+def _fragment_body(rows: list[dict]) -> str:
+    table = []
+    for r in rows:
+        paper = r["paper"]
+        table.append([
+            r["pair"], r["input"], r["candidates"], r["matches"], r["bound"], r["status"], ", ".join(r["methods"]),
+            r["solve_s"], r["bnb_matches"], r["bnb_status"], r["bnb_s"], format_ratio(r["bnb_s"], r["solve_s"]),
+            r["capture_s"], r["total_s"], r["peak_mib"],
+            None if paper is None else f"{paper[0]}" + (f" / {paper[1]} s" if paper[1] else ""),
+        ])
+    return (
         "Granularity: every tensor-valued node of the stitchc fx capture (timm's fused normalization + "
         "activation layers kept whole); the input, the output and the node feeding the output are excluded. "
-        "Counts differ from the paper's wherever its tracer splits modules that stitchc keeps whole.",
-        "",
-        "`solve s` is `solve_matching` alone; `total s` adds capture and candidate listing. `peak MiB` is the "
-        "peak of Python allocations during the solve (tracemalloc; CP-SAT's native memory is not included). "
-        "`methods` says what proved each component: `bound` (hint met the bipartite bound), `lattice` "
-        "(exact lattice search finished), `cpsat`.",
-        "",
-        "| pair | input | candidates | matches | bound | status | methods | solve s | capture s | total s | peak MiB | paper |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['pair']} | {r['input']} | {r['candidates']} | {r['matches']} | {r['bound']} | {r['status']} | "
-            f"{', '.join(r['methods'])} | {r['solve_s']} | {r['capture_s'] if r['capture_s'] is not None else '-'} | "
-            f"{r['total_s']} | {r['peak_mib']} | {r['paper'] if r['paper'] is not None else '-'} |"
+        "Counts differ from the paper's wherever its tracer splits modules that stitchc keeps whole.\n\n"
+        "`solve s` is `solve_matching` with CP-SAT (after the exact lattice search) alone; `bnb` columns are "
+        "the same call with stitchc's own branch and bound, run right after it on the same candidates. "
+        "`total s` adds capture and candidate listing. `peak MiB` is the peak of Python allocations during "
+        "the CP-SAT solve (tracemalloc; CP-SAT's native memory is not included). `methods` says what proved "
+        "each component: `bound` (hint met the bipartite bound), `lattice` (exact lattice search finished), "
+        "`cpsat`. The paper's column gives its match count and, for the first pair, its solve time.\n\n"
+        + markdown_table(
+            ["pair", "input", "candidates", "matches", "bound", "status", "methods", "solve s", "bnb matches",
+             "bnb status", "bnb s", "bnb / cpsat time", "capture s", "total s", "peak MiB", "paper"],
+            table,
         )
-    return "\n".join(lines) + "\n"
+    )
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Only the two smallest model pairs and random DAGs.")
-    parser.add_argument("--solver", default="cpsat", choices=["cpsat", "bnb"])
-    parser.add_argument("--workers", type=int, default=0, help="CP-SAT workers (0: one per core).")
-    parser.add_argument("--time-limit", type=float, default=120.0, help="Seconds per solve.")
-    args = parser.parse_args(argv)
-    options = MatchingOptions(solver=args.solver, workers=args.workers, time_limit=args.time_limit)
-
-    pairs = SCALING_PAIRS[:2] if args.quick else MODEL_PAIRS + SCALING_PAIRS
+def run(context: Context) -> None:
+    """Match the model pairs and random DAGs with both solvers and write the ``matching`` fragment."""
+    workers = 0
+    options = MatchingOptions(solver="cpsat", workers=workers, time_limit=120.0)
+    pairs = FAST_PAIRS if context.fast else MODEL_PAIRS + SCALING_PAIRS
+    sizes = ((20, 2), (40, 3)) if context.fast else ((20, 2), (40, 3), (80, 3), (160, 4))
     rows = []
     for source_a, source_b, shape, paper in pairs:
         rows.append(bench_models(source_a, source_b, shape, paper, options))
-        print(json.dumps(rows[-1]), file=sys.stderr)
-    for layers, width in ((20, 2), (40, 3), (80, 3), (160, 4)):
+        logger.info("%s", json.dumps(rows[-1]))
+    for layers, width in sizes:
         rows.append(bench_random(layers, width, options))
-        print(json.dumps(rows[-1]), file=sys.stderr)
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/bench_matching.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    (RESULTS / "matching.md").write_text(_markdown(rows, command.strip()))
-    (RESULTS / "matching.json").write_text(json.dumps(rows, indent=2) + "\n")
+        logger.info("%s", json.dumps(rows[-1]))
+    write_fragment(context, NAME, TITLE, _fragment_body(rows), rows)
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.__main__ import main
+
+    sys.exit(main([NAME, *sys.argv[1:]]))

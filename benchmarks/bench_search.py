@@ -1,20 +1,16 @@
-"""Compare GA, GOMEA, LK-GOMEA, random search and pymoo's NSGA-II at equal budget.
+"""Search benchmark: GA, GOMEA, LK-GOMEA, random search and pymoo's NSGA-II at equal budget.
 
-For each algorithm and seed, one run on the problem that ``--factory`` names (default: the
-synthetic chain problem of ``tests/search_problems.py``); reports the median hypervolume
-of the validation front, skip rates, and a two-sided Mann-Whitney U test of the best
-algorithm (by median) against each other one, Holm-corrected. Writes
-``benchmarks/results/search.md``.
+For each algorithm and seed, one run on the synthetic chain problem of
+``tests/search_problems.py``; reports the median hypervolume of the validation front, skip
+rates, and a two-sided Mann-Whitney U test of the best algorithm (by median) against each
+other one, Holm-corrected. ``bench_search_real`` runs the same comparison on a real pair.
 
-    python benchmarks/bench_search.py --budget 2000 --population 32 --seeds 5
+    python -m benchmarks search [--fast]
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import importlib
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,8 +23,14 @@ from scipy.stats import mannwhitneyu
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from benchmarks._common import Context, markdown_table, write_fragment  # noqa: E402
 from stitchc.runtime.search import SearchOptions, default_reference, hypervolume, read_archive, run_search  # noqa: E402
 from stitchc.runtime.search.pymoo_problem import StitchPymooProblem, nsga2_for  # noqa: E402
+
+__all__ = ["NAME", "TITLE", "ALGORITHMS", "compare", "comparison_table", "holm", "load_factory", "run", "run_one"]
+
+NAME = "search"
+TITLE = "Search on a synthetic problem"
 
 ALGORITHMS = ("ga", "gomea", "lk-gomea", "random", "nsga2")
 
@@ -72,55 +74,62 @@ def holm(p_values: dict[str, float]) -> dict[str, float]:
     return adjusted
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--factory", default="search_problems:benchmark_factory", help="module:callable returning a problem factory")
-    parser.add_argument("--budget", type=int, default=2000)
-    parser.add_argument("--population", type=int, default=32)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "search.md")
-    arguments = parser.parse_args()
+def compare(factory, budget: int, population: int, seeds: int, algorithms=ALGORITHMS) -> dict:
+    """Run every algorithm for every seed on ``factory`` and test the best median against the others.
 
-    factory = load_factory(arguments.factory)
-    results = {name: [run_one(factory, name, arguments.budget, arguments.population, seed) for seed in range(arguments.seeds)] for name in ALGORITHMS}
-    medians = {name: statistics.median(run["hv"] for run in runs) for name, runs in results.items()}
+    Returns ``runs`` (per algorithm, one dict per seed), ``medians``, ``best`` and ``p_values``
+    (two-sided Mann-Whitney U of the best algorithm against each other one, Holm-corrected).
+    """
+    runs = {name: [run_one(factory, name, budget, population, seed) for seed in range(seeds)] for name in algorithms}
+    medians = {name: statistics.median(run["hv"] for run in results) for name, results in runs.items()}
     best = max(medians, key=medians.get)
     raw = {
-        name: mannwhitneyu([run["hv"] for run in results[best]], [run["hv"] for run in runs], alternative="two-sided").pvalue
-        for name, runs in results.items()
+        name: mannwhitneyu([run["hv"] for run in runs[best]], [run["hv"] for run in results],
+                           alternative="two-sided").pvalue
+        for name, results in runs.items()
         if name != best
     }
-    adjusted = holm(raw)
+    return {"runs": runs, "medians": medians, "best": best, "p_values": holm(raw)}
 
-    lines = [
-        "# Search benchmark: hypervolume at equal budget",
-        "",
-        f"Command: `python benchmarks/bench_search.py --factory {arguments.factory} --budget {arguments.budget} "
-        f"--population {arguments.population} --seeds {arguments.seeds}`",
-        f"Date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, {platform.processor() or 'unknown CPU'}, "
-        f"Python {platform.python_version()}, in-process executor.",
-        "",
-        "Hypervolume is of the validation front, normalized to the box from accuracy 0 to 1 and 0 to 1.1 times the",
-        "ensemble's MACs. Skip rates are shares of the budget: `inactive` counts offspring whose changes touched only",
-        "inactive positions of a parent, `all` adds memoized repeats (for NSGA-II, genotypes whose subnetwork the",
-        "adapter had already evaluated). The p-value compares the best median with each other algorithm",
-        "(two-sided Mann-Whitney U, Holm-corrected).",
-        "",
-        "| algorithm | median HV | min HV | max HV | skip inactive | skip all | seconds / run | p vs best |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, runs in results.items():
+
+def comparison_table(comparison: dict) -> str:
+    """Return the markdown table of :func:`compare`'s result."""
+    rows = []
+    for name, runs in comparison["runs"].items():
         hvs = [run["hv"] for run in runs]
-        p_value = "best" if name == best else f"{adjusted[name]:.3f}"
-        lines.append(
-            f"| {name} | {medians[name]:.4f} | {min(hvs):.4f} | {max(hvs):.4f} | "
-            f"{statistics.median(run['skip_inactive'] for run in runs):.1%} | {statistics.median(run['skip_all'] for run in runs):.1%} | "
-            f"{statistics.median(run['seconds'] for run in runs):.2f} | {p_value} |"
-        )
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        p_value = "best" if name == comparison["best"] else f"{comparison['p_values'][name]:.3f}"
+        rows.append([
+            name, f"{comparison['medians'][name]:.4f}", f"{min(hvs):.4f}", f"{max(hvs):.4f}",
+            f"{statistics.median(run['skip_inactive'] for run in runs):.1%}",
+            f"{statistics.median(run['skip_all'] for run in runs):.1%}",
+            f"{statistics.median(run['seconds'] for run in runs):.2f}", p_value,
+        ])
+    return markdown_table(["algorithm", "median HV", "min HV", "max HV", "skip inactive", "skip all",
+                           "seconds / run", "p vs best"], rows)
+
+
+EXPLANATION = (
+    "Hypervolume is of the validation front, normalized to the box from accuracy 0 to 1 and 0 to 1.1 times the "
+    "ensemble's MACs. Skip rates are shares of the budget: `inactive` counts offspring whose changes touched only "
+    "inactive positions of a parent, `all` adds memoized repeats (for NSGA-II, genotypes whose subnetwork the "
+    "adapter had already evaluated). The p-value compares the best median with each other algorithm "
+    "(two-sided Mann-Whitney U, Holm-corrected)."
+)
+
+
+def run(context: Context) -> None:
+    """Compare the algorithms on the synthetic chain problem and write the ``search`` fragment."""
+    budget, population, seeds = (60, 8, 2) if context.fast else (1000, 16, 5)
+    comparison = compare(load_factory("search_problems:benchmark_factory"), budget, population, seeds)
+    body = (
+        f"The synthetic chain problem of `tests/search_problems.py` (no network is evaluated, so this "
+        f"measures the algorithms alone): budget {budget} evaluations, population {population}, "
+        f"{seeds} seeds per algorithm, in-process executor.\n\n{EXPLANATION}\n\n" + comparison_table(comparison)
+    )
+    write_fragment(context, NAME, TITLE, body, comparison)
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.__main__ import main
+
+    sys.exit(main([NAME, *sys.argv[1:]]))
