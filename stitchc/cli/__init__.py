@@ -48,9 +48,9 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 def _add_commands() -> None:
     # Imported here, not at the top, so that each stage module may import `main`'s
     # helpers without a cycle.
-    from stitchc.cli import _capture, _demo, _match, _search, _supernet
+    from stitchc.cli import _capture, _demo, _eval, _match, _search, _supernet
 
-    for module in (_capture, _match, _supernet, _search, _demo):
+    for module in (_capture, _match, _supernet, _search, _eval, _demo):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -188,7 +188,12 @@ def _write_onnx(gm, path: Path, input_shape, provenance) -> dict:
 
 
 def _initializer_origins(model, parameters: dict[str, str]) -> dict[str, str]:
-    """Map every initializer to an origin by its name or by the module scope of its consumer."""
+    """Map every initializer to an origin by its name or by the module scope of its consumer.
+
+    A module that is no subnetwork (a plain capture) has no provenance, and the map is empty.
+    """
+    if not parameters:
+        return {}
     origins = {}
     scopes = {}
     for node in model.graph.node:

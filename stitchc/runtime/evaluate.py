@@ -41,6 +41,8 @@ __all__ = [
     "SupernetProblem",
     "SupernetProblemFactory",
     "evaluate_module",
+    "evaluate_offspring",
+    "evaluate_model_file",
     "PARENT_GENOTYPES",
 ]
 
@@ -388,3 +390,80 @@ class SupernetProblemFactory:
                 digest.update(block)
         digest.update(repr((self.data, dataclasses.asdict(self.data_options), self.eval_options.split)).encode())
         return digest.hexdigest()[:16]
+
+
+def evaluate_offspring(supernet_path: str, genotype: Any, data: str, data_options: DataOptions = DataOptions(),
+                       eval_options: EvalOptions = EvalOptions()) -> dict:
+    """Evaluate one offspring of a supernetwork file on a data split; return its metrics and costs."""
+    problem = SupernetProblemFactory(str(supernet_path), data, data_options, eval_options)()
+    genotype = parse_genotype(genotype, problem.genotype_length)
+    result = problem.evaluate(genotype)
+    result["active_positions"] = len(problem.active_positions(genotype))
+    return result
+
+
+def evaluate_model_file(source: str, data: str, data_options: DataOptions = DataOptions(),
+                        eval_options: EvalOptions = EvalOptions(), *, input_shape: Any = None,
+                        trust_pickle: bool = False) -> dict:
+    """Evaluate an ONNX file or a model source on a data split; return its metrics and costs.
+
+    An ``.onnx`` file runs in onnxruntime and is counted from its own graph; a model
+    source is captured (which also counts its MACs) and run with PyTorch, or exported
+    and run with onnxruntime when ``eval_options.backend`` asks for it.
+
+    Raises:
+        InvalidArgumentError: a model source comes without an input shape.
+    """
+    from stitchc.capture import parse_input_shape
+    from stitchc.ir import total_macs, total_params
+    from stitchc.sources import capture_source
+
+    if source.endswith(".onnx"):
+        return _evaluate_onnx_file(Path(source), data, data_options, eval_options)
+    if input_shape is None:
+        raise InvalidArgumentError(f"evaluating {source!r} needs its input shape; pass --input-shape 1x3x224x224")
+    shape = parse_input_shape(input_shape)
+    captured = capture_source(source, shape, trust_pickle=trust_pickle).gm
+    splits = load_data(data, shape, data_options)
+    dataset = splits.val if eval_options.split == "val" else splits.test
+    if eval_options.backend == "onnxruntime":
+        with tempfile.TemporaryDirectory() as directory:
+            from stitchc.runtime.emit import emit_model
+
+            path = Path(directory) / "model.onnx"
+            emit_model(captured, path, shape, verify=False)
+            return _evaluate_onnx_file(path, data, data_options, eval_options)
+    captured = captured.to(eval_options.device)
+    metrics = evaluate_module(captured, dataset, splits.task, splits.num_classes, eval_options.batch_size,
+                              eval_options.device)
+    return {**metrics, "macs": int(total_macs(captured)), "params": int(total_params(captured))}
+
+
+def _evaluate_onnx_file(path: Path, data: str, data_options: DataOptions, eval_options: EvalOptions) -> dict:
+    import numpy as np
+    import onnxruntime
+
+    from stitchc.passes.onnx_costs import count_onnx
+
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {str(path)!r} not found")
+    providers = ["CPUExecutionProvider"]
+    if eval_options.device.startswith("cuda"):
+        providers.insert(0, "CUDAExecutionProvider")
+    session = onnxruntime.InferenceSession(str(path), providers=providers)
+    model_input = session.get_inputs()[0]
+    dims = model_input.shape[1:]
+    if not all(isinstance(size, int) for size in dims):
+        raise InvalidArgumentError(
+            f"{str(path)!r} has input dimensions {model_input.shape}; only the batch axis may be dynamic"
+        )
+    splits = load_data(data, (1, *dims), data_options)
+    dataset = splits.val if eval_options.split == "val" else splits.test
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        (logits, *_) = session.run(None, {model_input.name: inputs.cpu().numpy().astype(np.float32)})
+        return torch.from_numpy(logits)
+
+    metrics = evaluate_module(run, dataset, splits.task, splits.num_classes, eval_options.batch_size)
+    costs = count_onnx(path)
+    return {**metrics, "macs": int(costs.macs), "params": int(costs.params)}
