@@ -56,7 +56,9 @@ class DemoOptions:
         seed: Seed of the data split, parent training, stitch training and search.
         parent_a: Model source of parent A (random weights; the demo trains it).
         parent_b: Model source of parent B.
-        input_shape: Input shape both parents are captured at (digits are resized to it).
+        data: Data source spec the parents, stitches and search use (``digits``, or
+            ``mnist:DIR`` and the other specs of :func:`stitchc.runtime.data.load_data`).
+        input_shape: Input shape both parents are captured at (images are resized to it).
         parent_epochs: Training epochs of each parent.
         stitch_epochs: Epochs of stitch training after the least-squares initialization.
         algorithm: Search algorithm: ga, gomea, lk-gomea or random.
@@ -69,6 +71,7 @@ class DemoOptions:
     seed: int = 0
     parent_a: str = PARENT_A
     parent_b: str = PARENT_B
+    data: str = "digits"
     input_shape: tuple[int, ...] = (1, 1, 32, 32)
     parent_epochs: int = 12
     stitch_epochs: int = 2
@@ -188,7 +191,7 @@ def prepare_pair(output_dir: str | Path, options: DemoOptions = DemoOptions(),
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     shape = parse_input_shape(options.input_shape)
-    splits = load_data("digits", shape, _data_options(options))
+    splits = load_data(options.data, shape, _data_options(options))
     seconds: dict[str, float] = {}
 
     # Parents: trained on the training split, weights kept beside the report.
@@ -212,7 +215,7 @@ def prepare_pair(output_dir: str | Path, options: DemoOptions = DemoOptions(),
     supernet_path = output_dir / "net.stitch"
     if supernet_path.exists():
         load_supernet(supernet_path)  # checks that the file is complete
-        return PairArtifacts(supernet_path, (sources[0], sources[1]), "digits", seconds)
+        return PairArtifacts(supernet_path, (sources[0], sources[1]), options.data, seconds)
 
     # Capture and match exactly.
     started = time.perf_counter()
@@ -246,7 +249,7 @@ def prepare_pair(output_dir: str | Path, options: DemoOptions = DemoOptions(),
                             progress=stitch_progress)
     seconds["train stitches"] = time.perf_counter() - started
     save_supernet(supernet_path, supernet, extra={"train_report": _train_summary(report)})
-    return PairArtifacts(supernet_path, (sources[0], sources[1]), "digits", seconds)
+    return PairArtifacts(supernet_path, (sources[0], sources[1]), options.data, seconds)
 
 
 def _train_summary(report) -> dict:
@@ -449,9 +452,11 @@ def _report_markdown(summary: dict) -> str:
     lines = [
         "# stitchc demo report",
         "",
-        "Two networks of different families were trained on scikit-learn's handwritten digits "
-        "(1,797 real 8x8 images, resized), captured as torch.fx graphs, matched exactly, joined "
-        "by trained stitches into one supernetwork, and searched for offspring.",
+        f"Two networks of different families were trained on `{summary['options']['data']}`"
+        + (" (scikit-learn's 1,797 real 8x8 handwritten digits, resized)" if summary["options"]["data"] == "digits"
+           else "")
+        + ", captured as torch.fx graphs, matched exactly, joined by trained stitches into one "
+        "supernetwork, and searched for offspring.",
         "",
         "## What was done",
         "",
