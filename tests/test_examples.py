@@ -137,3 +137,88 @@ def test_mnist_missing_folder(tmp_path):
     assert "MNIST folder" in completed.stderr
     assert "not found" in completed.stderr
     assert not (tmp_path / "out").exists()
+
+
+IMAGENET_SCRIPT = REPO / "examples" / "imagenet_pair.py"
+
+
+def test_imagenet_help_lists_options(tmp_path):
+    completed = run_script(IMAGENET_SCRIPT, "run", "--help", cwd=tmp_path, timeout=120)
+
+    assert completed.returncode == 0, completed.stderr
+    for flag in ("--resnet152-weights", "--efficientnet-b4-weights", "--train-dir", "--eval-dir", "--executor",
+                 "--gpus-per-worker", "--dry-run"):
+        assert flag in completed.stdout, flag
+
+
+def test_imagenet_subset_crops_classes(tmp_path):
+    from PIL import Image
+
+    source = tmp_path / "source"
+    sizes = {"n01": [(300, 200), (180, 260), (500, 500)], "n02": [(256, 256)]}
+    for name, class_sizes in sizes.items():
+        (source / name).mkdir(parents=True)
+        for index, size in enumerate(class_sizes):
+            Image.new("RGB", size, color=(index * 60, 10, 200)).save(source / name / f"img{index}.png")
+    (source / "n01" / "notes.txt").write_text("not an image")
+
+    completed = run_script(IMAGENET_SCRIPT, "subset", "--source", source, "--per-class", 2, "-o", tmp_path / "out",
+                           cwd=tmp_path, timeout=120)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "wrote 3 images of 2 classes" in completed.stdout
+    assert "n02 has only 1 images" in completed.stderr
+    written = sorted(path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").rglob("*.jpeg"))
+    assert written == ["n01/img0.jpeg", "n01/img1.jpeg", "n02/img0.jpeg"]
+    for path in (tmp_path / "out").rglob("*.jpeg"):
+        with Image.open(path) as image:
+            assert image.size == (224, 224), path
+
+
+def test_imagenet_run_lists_missing_inputs(tmp_path):
+    completed = run_script(IMAGENET_SCRIPT, "run", "--device", "cpu", "--executor", "process",
+                           "--train-dir", tmp_path / "absent", cwd=tmp_path, timeout=120)
+
+    assert completed.returncode == 2
+    assert "--resnet152-weights is missing" in completed.stderr
+    assert "--efficientnet-b4-weights is missing" in completed.stderr
+    assert f"--train-dir {tmp_path / 'absent'} not found" in completed.stderr
+    assert "--eval-dir is missing" in completed.stderr
+
+
+def test_imagenet_run_rejects_bad_option(tmp_path):
+    completed = run_script(IMAGENET_SCRIPT, "run", "--dry-run", "--population", 1, cwd=tmp_path, timeout=120)
+
+    assert completed.returncode == 1
+    assert "population=1 is invalid" in completed.stderr
+
+
+def test_imagenet_dry_run_rejects_wrong_weights(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "wrong.safetensors"
+    save_file({"fc.weight": torch.zeros(10, 2048)}, str(weights))
+
+    completed = run_script(IMAGENET_SCRIPT, "run", "--dry-run", "--resnet152-weights", weights, cwd=tmp_path,
+                           timeout=300)
+
+    assert completed.returncode == 1
+    assert "does not fit" in completed.stderr
+
+
+@pytest.mark.slow
+def test_imagenet_dry_run_matches_pair(tmp_path):
+    completed = run_script(IMAGENET_SCRIPT, "run", "--dry-run", "--device", "cpu", "--executor", "ray",
+                           cwd=tmp_path, timeout=300)
+
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "parent A: timm:resnet152 (random weights)" in completed.stdout
+    assert "parent B: timm:efficientnet_b4 (random weights)" in completed.stdout
+    match_line = next(line for line in completed.stdout.splitlines() if line.startswith("matching at 1x3x64x64"))
+    pairs = int(match_line.split(": ")[1].split(" pairs")[0])
+    assert pairs > 0
+    assert f"genotype length {2 * pairs + 1}" in match_line
+    assert "a full run would stop here" in completed.stdout
+    assert "--resnet152-weights is missing" in completed.stdout
+    assert not (tmp_path / "imagenet-output").exists()
