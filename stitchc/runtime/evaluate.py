@@ -284,25 +284,34 @@ class SubnetEvaluator:
         return cached, needed
 
     def _evaluate_onnx(self, gm: torch.fx.GraphModule) -> dict:
-        import numpy as np
-        import onnxruntime
-
         from stitchc.runtime.emit import emit_model
 
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / "subnetwork.onnx"
             emit_model(copy_module(gm), path, self.supernet.input_shape, verify=False)
-            providers = ["CPUExecutionProvider"]
-            if self.options.device.startswith("cuda"):
-                providers.insert(0, "CUDAExecutionProvider")
-            session = onnxruntime.InferenceSession(str(path), providers=providers)
-        input_name = session.get_inputs()[0].name
-
-        def run(inputs: torch.Tensor) -> torch.Tensor:
-            (logits, *_) = session.run(None, {input_name: inputs.cpu().numpy().astype(np.float32)})
-            return torch.from_numpy(logits)
-
+            run, _ = onnx_runner(path, self.options.device)
         return evaluate_module(run, self.dataset, self.task, self.num_classes, self.options.batch_size)
+
+
+def onnx_runner(path: Path, device: str = "cpu") -> tuple[Callable[[torch.Tensor], torch.Tensor], list]:
+    """Open an onnxruntime session on ``path``; return a batch -> logits function and the input shape.
+
+    The CUDA execution provider comes first when ``device`` is a CUDA device.
+    """
+    import numpy as np
+    import onnxruntime
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        providers.insert(0, "CUDAExecutionProvider")
+    session = onnxruntime.InferenceSession(str(path), providers=providers)
+    model_input = session.get_inputs()[0]
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        (logits, *_) = session.run(None, {model_input.name: inputs.cpu().numpy().astype(np.float32)})
+        return torch.from_numpy(logits)
+
+    return run, list(model_input.shape)
 
 
 def copy_module(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -440,30 +449,15 @@ def evaluate_model_file(source: str, data: str, data_options: DataOptions = Data
 
 
 def _evaluate_onnx_file(path: Path, data: str, data_options: DataOptions, eval_options: EvalOptions) -> dict:
-    import numpy as np
-    import onnxruntime
-
     from stitchc.passes.onnx_costs import count_onnx
 
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {str(path)!r} not found")
-    providers = ["CPUExecutionProvider"]
-    if eval_options.device.startswith("cuda"):
-        providers.insert(0, "CUDAExecutionProvider")
-    session = onnxruntime.InferenceSession(str(path), providers=providers)
-    model_input = session.get_inputs()[0]
-    dims = model_input.shape[1:]
-    if not all(isinstance(size, int) for size in dims):
-        raise InvalidArgumentError(
-            f"{str(path)!r} has input dimensions {model_input.shape}; only the batch axis may be dynamic"
-        )
-    splits = load_data(data, (1, *dims), data_options)
+    run, shape = onnx_runner(path, eval_options.device)
+    if not all(isinstance(size, int) for size in shape[1:]):
+        raise InvalidArgumentError(f"{str(path)!r} has input dimensions {shape}; only the batch axis may be dynamic")
+    splits = load_data(data, (1, *shape[1:]), data_options)
     dataset = splits.val if eval_options.split == "val" else splits.test
-
-    def run(inputs: torch.Tensor) -> torch.Tensor:
-        (logits, *_) = session.run(None, {model_input.name: inputs.cpu().numpy().astype(np.float32)})
-        return torch.from_numpy(logits)
-
     metrics = evaluate_module(run, dataset, splits.task, splits.num_classes, eval_options.batch_size)
     costs = count_onnx(path)
     return {**metrics, "macs": int(costs.macs), "params": int(costs.params)}
