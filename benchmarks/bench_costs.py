@@ -34,16 +34,13 @@ MODELS = [
     ("timm:resnet50", "1x3x224x224", "dense convolutions"),
     ("timm:resnext50_32x4d", "1x3x224x224", "grouped convolutions"),
     ("timm:mobilenetv3_large_100", "1x3x224x224", "depthwise convolutions, squeeze-excite"),
-    ("timm:efficientnet_b0", "1x3x224x224", "depthwise convolutions, squeeze-excite"),
     ("timm:regnety_016", "1x3x224x224", "grouped convolutions, squeeze-excite"),
     ("timm:convnext_tiny", "1x3x224x224", "depthwise 7x7 convolutions, linear layers"),
-    ("timm:densenet121", "1x3x224x224", "concatenation"),
     ("timm:vit_tiny_patch16_224", "1x3x224x224", "attention through F.scaled_dot_product_attention"),
     ("timm:swin_tiny_patch4_window7_224", "1x3x224x224", "windowed attention with a mask"),
     ("torchvision:resnet18", "1x3x224x224", "dense convolutions"),
     ("torchvision:mobilenet_v3_small", "1x3x224x224", "depthwise convolutions"),
     ("torchvision:shufflenet_v2_x1_0", "1x3x224x224", "depthwise convolutions, channel shuffle"),
-    ("torchvision:regnet_y_400mf", "1x3x224x224", "grouped convolutions, squeeze-excite"),
     ("torchvision:vit_b_16", "1x3x224x224", "attention through nn.MultiheadAttention"),
 ]
 FAST_MODELS = [
