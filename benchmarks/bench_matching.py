@@ -1,4 +1,4 @@
-"""Matching benchmark: the paper's model pairs, branching pairs and random DAGs.
+"""Matching benchmark: the model pairs of Guijt et al., "Stitching for Neuroevolution", branching pairs and random DAGs.
 
 Each pair is solved with CP-SAT and then with stitchc's own branch and bound on the same
 candidates, so the two solvers' times are measured side by side.
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 NAME = "matching"
 TITLE = "Matching"
 
-# (model A, model B, input shape, the paper's (match count, solve seconds) or None)
+# (model A, model B, input shape, Guijt et al.'s (match count, solve seconds) or None)
 MODEL_PAIRS = [
     ("timm:resnet152", "timm:efficientnet_b4", "1x3x224x224", (154, 417)),
     ("timm:resnet50", "timm:resnext50_32x4d", "1x3x224x224", (206, None)),

@@ -1,10 +1,10 @@
 """Scaling benchmark: capture, matching and evaluation time as same-family parents grow.
 
-For the pairs timm resnet18 x resnet34, resnet34 x resnet50, resnet50 x resnet101 and
-resnet101 x resnet152: capture time of each parent, candidate count, matching time and
-peak Python memory at 224, and the cached evaluation time against a plain forward at 64
-(random weights and random images: the times do not depend on the values). Plots are
-written as PNGs beside the fragment.
+The pairs are timm resnet18 x resnet34, resnet34 x resnet50, resnet50 x resnet101 and
+resnet101 x resnet152. At 224 it measures each parent's capture time, the candidate count,
+the matching time and the peak Python memory. At 64 it compares the cached evaluation time
+with a plain forward, on random weights and random images, because the times do not depend
+on the values. Plots are written as PNGs beside the fragment.
 
     python -m benchmarks scaling [--fast]
 """

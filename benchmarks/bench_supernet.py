@@ -96,8 +96,8 @@ def _parent_genotype(supernet: Supernet, output: int) -> tuple[int, ...]:
 def measure_step(supernet: Supernet, batch_size: int, repeats: int, separate_sample: int | None) -> dict:
     """Time one stitch-training step, its parts, and one step of each separate per-stitch run.
 
-    ``separate_sample`` stitches (evenly spread; ``None`` means all) are timed in their own
-    run; the m separate runs' total is then their mean times m, an estimate when sampled.
+    ``separate_sample`` evenly spread stitches (``None`` means all) are timed in their own
+    run. The m separate runs' total is their mean time times m, so it is an estimate when sampled.
     """
     supernet = copy.deepcopy(supernet)
     features_gm, slots = stitch_features(supernet)
@@ -279,7 +279,7 @@ def run(context: Context) -> None:
 
     steps = {
         "real pair": measure_step(small, small_batch, repeats, separate_sample=4 if context.fast else None),
-        big_label: measure_step(big, 2 if context.fast else 4, context.repeats(3), separate_sample=4),
+        big_label: measure_step(big, 2, context.repeats(3), separate_sample=4),
     }
     init = measure_init(pair.supernet_path, pair.data, pair.data_options, context.fast)
     if context.fast:
