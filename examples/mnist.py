@@ -88,10 +88,11 @@ class Budget:
     """Test images; None keeps all."""
 
 
-# With only the t10k files, the full run trains on 6,000 images and validates and tests
-# on 2,000 each (the default 60/20/20 split of stitchc.runtime.data.DataOptions).
+# With only the t10k files, the full run splits them 60/20/20 (the defaults of
+# stitchc.runtime.data.DataOptions): 6,000 training and 2,000 test images, and 1,000 of
+# the 2,000 validation images, because each search evaluation runs on all of them.
 FULL = Budget(parent_epochs=3, stitch_epochs=1, evaluations=200, population=16,
-              max_train=None, max_val=None, max_test=None)
+              max_train=None, max_val=1000, max_test=None)
 QUICK = Budget(parent_epochs=1, stitch_epochs=1, evaluations=16, population=4,
                max_train=512, max_val=128, max_test=128)
 
@@ -190,8 +191,9 @@ def run(args: argparse.Namespace) -> dict:
 
     # 4. Match. A candidate is a pair of layer nodes (one per parent) whose outputs a
     # stitch (a 1x1 convolution or a linear layer) can map onto each other in both
-    # directions. The matching is the largest set of candidates that uses each node at
-    # most once and creates no cycle when every pair is merged into one node.
+    # directions. solve_matching looks for the largest set of candidates that uses each
+    # node at most once and creates no cycle when every pair is merged into one node, and
+    # its status says whether it proved that set optimal.
     with timer.step("find candidates and solve the matching"):
         candidates = find_candidates(capture_a.gm, capture_b.gm)
         matching = solve_matching(to_digraph(capture_a.gm), to_digraph(capture_b.gm), candidates)

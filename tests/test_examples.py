@@ -22,7 +22,7 @@ needs_mnist = pytest.mark.skipif(
 )
 
 
-def run_script(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_script(*args, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -193,6 +193,7 @@ def test_imagenet_run_rejects_bad_option(tmp_path):
     assert "population=1 is invalid" in completed.stderr
 
 
+@pytest.mark.slow
 def test_imagenet_dry_run_rejects_wrong_weights(tmp_path):
     import torch
     from safetensors.torch import save_file
