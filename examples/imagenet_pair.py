@@ -359,6 +359,8 @@ def _row(name: str, genotype, validation: dict, test: dict) -> dict:
 
 
 def full_run(args: argparse.Namespace, options: RecipeOptions) -> int:
+    # NOTE: this path has not been run on ImageNet or on a GPU. CI covers only the subset
+    # step, the option checks and the dry run.
     problems = check_inputs(args)
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
