@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import shutil
 import sys
@@ -106,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Folder for the results and intermediate files (default: mnist-output).")
     parser.add_argument("--quick", action="store_true",
                         help="Shrink every step (512 training images, one epoch, 16 evaluations) "
-                             "to check the setup in about a minute.")
+                             "to check the setup; the parents stay near chance accuracy.")
     parser.add_argument("--seed", type=int, default=0,
                         help="Seed of the data split, parent and stitch training, and search (default: 0).")
     parser.add_argument("--overwrite", action="store_true",
@@ -160,6 +161,7 @@ def stitches_used(supernet, genotype: tuple[int, ...]) -> int:
 
 def run(args: argparse.Namespace) -> dict:
     budget = QUICK if args.quick else FULL
+    load_at_start = round(os.getloadavg()[0], 2)
     prepare_output(args.output, args.overwrite)
     timer = StepTimer()
 
@@ -248,7 +250,10 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.system()}",
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+                   f"{torch.get_num_threads()} torch threads",
+        # Other jobs on the machine slow every step, so the 1-minute load average is kept too.
+        "load_average": {"start": load_at_start, "end": round(os.getloadavg()[0], 2)},
         "quick": args.quick,
         "seed": args.seed,
         "budget": dataclasses.asdict(budget),
@@ -342,6 +347,9 @@ def format_results(results: dict) -> str:
         f"{results['matches']} matched pairs (genotype length {results['genotype_length']}); "
         f"GA search of {search['evaluations']} evaluations ({search['skipped']} skipped, "
         f"{search['failed']} failed), validation front of {search['front_size']}.",
+        "",
+        f"Command `{results['command']}`, {results['date']}, {results['machine']}, 1-minute load "
+        f"average {results['load_average']['start']} at the start and {results['load_average']['end']} at the end.",
         "",
         "Validation accuracy is what the search optimized; test accuracy and the expected calibration "
         "error (ECE) come from the held-out test split. MACs are multiply-adds for one image; "
