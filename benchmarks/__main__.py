@@ -49,7 +49,7 @@ section names the command that produced it, its date and the machine. Times are 
 repeats, and every comparison is a ratio of two figures measured side by side in the same run.
 The machine is shared with other jobs, so absolute times are noisy; ratios are the figures to
 compare. Rerun one section with `python -m benchmarks NAME`; check that every benchmark still
-runs with `python -m benchmarks --fast` (a minute or two; it writes to `benchmarks/.fast`).
+runs with `python -m benchmarks --fast` (tiny inputs, written to `benchmarks/.fast`).
 """
 
 

@@ -1,7 +1,7 @@
 """Supernetwork benchmark: stitch training, least-squares initialization, emitting, build times.
 
 Measured on two pairs: the real stitched pair (parents trained on digits) and
-timm resnet50 x resnext50_32x4d at 224 (random weights), plus build and emit times for
+timm resnet50 x resnext50_32x4d at 112 (random weights), plus build and emit times for
 timm resnet152 x efficientnet_b4 at 224.
 
 - stitch-training step against the sum of its parts at the same batch (both parents'
@@ -52,7 +52,9 @@ logger = logging.getLogger(__name__)
 NAME = "supernet"
 TITLE = "Supernetwork: stitch training and emitting"
 
-BIG_PAIR = ("timm:resnet50", "timm:resnext50_32x4d", (1, 3, 224, 224))
+# NOTE: the step and emit comparisons of this pair run at 112, not 224, so a full run fits in about
+# 20 minutes on 2 shared cores; the ratios are of the same work at either size, absolute times are not.
+BIG_PAIR = ("timm:resnet50", "timm:resnext50_32x4d", (1, 3, 112, 112))
 BUILD_PAIR = ("timm:resnet152", "timm:efficientnet_b4", (1, 3, 224, 224))
 FAST_BIG_PAIR = ("timm:resnet10t,num_classes=10", "timm:resnet18,num_classes=10", (1, 3, 32, 32))
 
@@ -278,8 +280,8 @@ def run(context: Context) -> None:
     big_label = f"{big_a} x {big_b} at {'x'.join(map(str, big_shape))}"
 
     steps = {
-        "real pair": measure_step(small, small_batch, repeats, separate_sample=4 if context.fast else None),
-        big_label: measure_step(big, 2, context.repeats(3), separate_sample=4),
+        "real pair": measure_step(small, small_batch, repeats, separate_sample=4 if context.fast else 12),
+        big_label: measure_step(big, 2, 1, separate_sample=4),
     }
     init = measure_init(pair.supernet_path, pair.data, pair.data_options, context.fast)
     if context.fast:
@@ -289,7 +291,7 @@ def run(context: Context) -> None:
         emitted = {
             "real pair": measure_emitted(small, small.sources[0], _genotypes(small, 2), (1, small_batch), repeats),
             big_label: measure_emitted(big, big_a, {key: value for key, value in _genotypes(big, 1).items()
-                                                    if key != "all-zeros B"}, (1,), context.repeats(3)),
+                                                    if key != "all-zeros B"}, (1,), 1),
         }
     build_a, build_b, build_shape = FAST_BIG_PAIR if context.fast else BUILD_PAIR
     build = measure_build_and_emit(build_a, build_b, build_shape)
@@ -304,7 +306,7 @@ def run(context: Context) -> None:
     body = "\n".join([
         f"The real pair is {pair.description}. The large pairs have random weights; their timing does not "
         "depend on the weights' values. Times are medians of "
-        f"{repeats} repeats (3 for the large pair) after one untimed warm-up, on random inputs.",
+        f"{repeats} repeats (1 for the large pair) after one untimed warm-up, on random inputs.",
         "",
         "### Stitch-training step against the sum of its parts and against separate runs",
         "",
