@@ -76,7 +76,7 @@ class DemoOptions:
     parent_epochs: int = 12
     stitch_epochs: int = 2
     algorithm: str = "ga"
-    budget: int = 400
+    budget: int = 300
     population: int = 16
     workers: int = 1
 
