@@ -73,7 +73,10 @@ def run(context: Context) -> None:
             f"{row['params'] / 1e6:.2f}", f"{row['seconds']:.2f}", f"{row['parity_max_abs_diff']:.1e}", deviation,
         ])
     body = (
-        f"`stitchc.capture_source` on random weights, median of {repeats} captures each (the time covers tracing, "
+        f"`stitchc.capture_source` on random weights, "
+        + (f"median of {repeats} captures each" if repeats > 1 else
+           "one capture each (no repeats, so the full suite fits on 2 shared cores)")
+        + " (the time covers tracing, "
         "in-place rewriting, shape propagation with MAC counting and the parity check against the original "
         "module). Layer nodes are the nodes with a tensor output. MACs are multiply-accumulates of one "
         "forward pass at batch 1.\n\n"

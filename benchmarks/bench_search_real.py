@@ -107,8 +107,9 @@ def run(context: Context) -> None:
     utilization = measure_utilization_guarded(factory, workers, 8 if context.fast else 16, 4, timeout_s=300)
     if "error" in utilization:
         utilization_text = (
-            f"Not measured: {utilization['error']}. On this machine the pool's workers (forked from a driver "
-            "that had already run torch) waited on a lock with no CPU time used, so the run never finished.")
+            f"Not measured: {utilization['error']}. In an earlier run on this machine the pool's workers sat in "
+            "a futex wait with no CPU time used, most likely on a lock inherited through fork from the driver's "
+            "threads.")
     else:
         utilization_row = [[utilization["workers"], utilization["budget"], utilization["evaluated"],
                             f"{utilization['busy_s']:.1f}", f"{utilization['span_s']:.1f}",
