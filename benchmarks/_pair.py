@@ -1,9 +1,9 @@
 """The real stitched pair that the evaluation, supernetwork and search benchmarks share.
 
-The pair comes, in this order, from ``--supernet PATH``, from the demo's
-``prepare_pair`` (two timm parents trained on scikit-learn's digits; its artifacts are
-reused between runs), or, where the demo module is missing, from a pair of small
-random-weight models built here. The page states which one was used.
+The pair comes from ``--supernet PATH`` when given. Otherwise it comes from the demo's
+``prepare_pair``, which trains two timm parents on scikit-learn's digits and reuses its
+artifacts between runs. Where the demo module is missing, a pair of small random-weight
+models is built here instead. The page states which one was used.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ as the search draws its first population) is evaluated four ways, side by side:
 
 - ``SubnetEvaluator`` with the torch backend: parent activations cached, only the nodes
   behind the first stitch computed;
-- the same call again, answered from the memo;
+- the same call again, returned from the memo;
 - a plain forward of the same pruned subnetwork over the same data (``evaluate_module``);
 - ``SubnetEvaluator`` with the onnxruntime backend (an ONNX export per genotype, no caching).
 

@@ -97,8 +97,8 @@ def measure_utilization_guarded(factory, workers: int, budget: int, population: 
 def run(context: Context) -> None:
     """Compare the algorithms on the real pair, measure utilization, and write the ``search_real`` fragment."""
     pair = real_pair(context)
-    # NOTE: the full run's seeds, budget and validation cap are sized so it fits in about 20 minutes on
-    # 2 cores shared with other jobs (load average near 10); raise all three on a machine of your own.
+    # NOTE: the full run's seeds, budget and validation cap are small so that it fits in about 20 minutes
+    # on 2 cores shared with other jobs. Raise all three on a machine of your own.
     data_options = dataclasses.replace(pair.data_options, max_val=64)
     factory = SupernetProblemFactory(str(pair.supernet_path), pair.data, data_options, EvalOptions())
     budget, population, seeds = (8, 4, 2) if context.fast else (16, 4, 3)
