@@ -55,8 +55,7 @@ def measure(source: str, shape: str, repeats: int) -> dict:
 
 def run(context: Context) -> None:
     """Capture every model of the list and write the ``capture`` fragment."""
-    # NOTE: one capture per model in full runs too, so the suite fits in about half an hour on 2 shared cores.
-    repeats = context.repeats(1)
+    repeats = context.repeats(3)
     models = FAST_MODELS if context.fast else MODELS
     rows = []
     for source, shape, reference in models:
@@ -75,7 +74,7 @@ def run(context: Context) -> None:
     body = (
         f"`stitchc.capture_source` on random weights, "
         + (f"median of {repeats} captures each" if repeats > 1 else
-           "one capture each (no repeats, so the full suite fits on 2 shared cores)")
+           "one capture each")
         + " (the time covers tracing, "
         "in-place rewriting, shape propagation with MAC counting and the parity check against the original "
         "module). Layer nodes are the nodes with a tensor output. MACs are multiply-accumulates of one "

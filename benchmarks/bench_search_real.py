@@ -131,8 +131,8 @@ def run(context: Context) -> None:
         comparison_table(comparison),
         "### Skip rates",
         "",
-        "The paper reports skip rates of 45 % for GOMEA and 39 % for LK-GOMEA on its pairs, and 0 % for the GA "
-        "there. Medians over the seeds above:",
+        "Guijt et al., \"Stitching for Neuroevolution\", report skip rates of 45 % for GOMEA and 39 % for LK-GOMEA "
+        "on their pairs, and 0 % for the GA there. Medians over the seeds above:",
         "",
         markdown_table(["algorithm", "skipped: inactive changes only", "skipped: all (inactive or memoized)"],
                        skip_rows),
