@@ -1,4 +1,4 @@
-"""Capture benchmark: capture time, nodes, layer nodes and MACs of the paper's parents.
+"""Capture benchmark: capture time, nodes, layer nodes and MACs of the parents in Guijt et al., "Stitching for Neuroevolution".
 
     python -m benchmarks capture [--fast]
 """
