@@ -168,7 +168,9 @@ class _ProcessExecutor(Executor):
     """A local process pool; each process builds its problem once."""
 
     def __init__(self, problem_factory: ProblemFactory, seed: int, options: ExecutorOptions) -> None:
-        context = multiprocessing.get_context()
+        # Spawn, not fork: a child forked from a process that has already run torch
+        # can deadlock on locks held by torch's thread pools (seen as idle workers).
+        context = multiprocessing.get_context("spawn")
         counter = context.Value("i", 0)
         self.workers = options.workers
         self._pool = concurrent.futures.ProcessPoolExecutor(
