@@ -15,7 +15,7 @@ __all__ = ["COMMANDS", "demo_command"]
 @click.option("--algorithm", type=click.Choice(["ga", "gomea", "lk-gomea", "random"]), default="ga",
               show_default=True, help="Search algorithm.")
 @click.option("--budget", type=click.IntRange(min=1), default=None,
-              help="Search evaluations, skipped ones included [default: 300, quick: 16].")
+              help="Search evaluations, skipped ones included [default: 1000, quick: 16].")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Evaluation worker processes.")
 def demo_command(output: str, quick: bool, seed: int, algorithm: str, budget: int | None, workers: int) -> None:

@@ -76,7 +76,7 @@ class DemoOptions:
     parent_epochs: int = 12
     stitch_epochs: int = 2
     algorithm: str = "ga"
-    budget: int = 300
+    budget: int = 1000
     population: int = 16
     workers: int = 1
 
