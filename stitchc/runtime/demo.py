@@ -4,7 +4,7 @@ Two parents of different families (a timm ResNet and a timm MobileNetV3) are tra
 scikit-learn's handwritten digits, captured, matched exactly, joined into a
 supernetwork whose stitches are trained, and searched for offspring with new accuracy /
 MAC trade-offs. The chosen offspring are re-evaluated on the test split and emitted as
-ONNX files verified with onnxruntime; ``report.md`` tells what happened.
+ONNX files verified with onnxruntime, and ``report.md`` describes each step and its results.
 
 The output directory holds::
 
@@ -108,7 +108,7 @@ class PairArtifacts:
 
 @dataclasses.dataclass(frozen=True)
 class DemoReport:
-    """What the demo found: the rows of its summary table and the report's path."""
+    """Outcome of a demo run: the rows of its summary table and the report's path."""
 
     rows: list[dict]
     dominating: list[str]
@@ -315,8 +315,8 @@ def run_demo(output_dir: str | Path, options: DemoOptions = DemoOptions(),
     ``run/`` is replaced).
     """
     from stitchc.passes.supernet_file import load_supernet
-    from stitchc.runtime.evaluate import EvalOptions, SupernetProblemFactory
-    from stitchc.runtime.search import SearchOptions, run_search
+    from stitchc.runtime.evaluate import PARENT_GENOTYPES, EvalOptions, SupernetProblemFactory
+    from stitchc.runtime.search import SearchOptions, read_config, run_search
 
     started_all = time.perf_counter()
     output_dir = Path(output_dir)
@@ -347,14 +347,13 @@ def run_demo(output_dir: str | Path, options: DemoOptions = DemoOptions(),
 
     # Re-evaluate the references and the chosen offspring on the test split.
     started = time.perf_counter()
-    validation = factory()
-    test_factory = dataclasses.replace(factory, eval_options=EvalOptions(split="test"))
-    test = test_factory()
-    references = validation.reference_points()
+    # The search already evaluated the references on the validation split and stored them.
+    references = read_config(run_dir)["reference_points"]
+    test = dataclasses.replace(factory, eval_options=EvalOptions(split="test"))()
     chosen = choose_offspring(result.front, references)
     rows = []
     for name in ("A", "B", "ensemble"):
-        genotype = (0,) * (validation.genotype_length - 1) + ({"A": 0, "B": 1, "ensemble": 2}[name],)
+        genotype = (0,) * (test.genotype_length - 1) + (PARENT_GENOTYPES[name],)
         rows.append(_row(f"parent {name}" if name != "ensemble" else "ensemble of A and B", genotype,
                          references[name], test.evaluate(genotype), None))
     emitted_dir = output_dir / "offspring"
