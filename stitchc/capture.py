@@ -127,7 +127,7 @@ class CaptureOptions:
 
 @dataclasses.dataclass(frozen=True)
 class CaptureReport:
-    """What a capture did, for the CLI and for logs.
+    """Record of one capture, for the CLI and for logs.
 
     Attributes:
         input_shape: The example input's shape.

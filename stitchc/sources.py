@@ -234,7 +234,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             f"weights file {str(path)!r} has an unknown suffix; use one of {', '.join(_WEIGHT_SUFFIXES)}"
         )
     if not isinstance(state, dict):
-        raise InvalidArgumentError(f"weights file {str(path)!r} holds a {type(state).__name__}, not a state dict")
+        raise InvalidArgumentError(f"weights file {str(path)!r} contains a {type(state).__name__}, not a state dict")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -255,7 +255,7 @@ def _load_torch_file(path: Path, trust_pickle: bool) -> nn.Module:
             ) from error
         content = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(content, nn.Module):
-            raise UnsupportedModelError(f"{str(path)!r} holds a {type(content).__name__}, not an nn.Module")
+            raise UnsupportedModelError(f"{str(path)!r} contains a {type(content).__name__}, not an nn.Module")
         logger.warning("loaded pickled module from %s (trusted)", path)
         return content
     if isinstance(content, dict) and content.get("format") == CAPTURE_FORMAT:
@@ -263,7 +263,7 @@ def _load_torch_file(path: Path, trust_pickle: bool) -> nn.Module:
         model.load_state_dict(content["state_dict"], strict=True)
         return model
     raise UnsupportedModelError(
-        f"{str(path)!r} holds a state dict without an architecture; name one, e.g. "
+        f"{str(path)!r} contains a state dict without an architecture; name one, e.g. "
         f"timm:resnet18,weights={path}"
     )
 
@@ -285,7 +285,7 @@ def capture_source(source: str, input_shape: tuple[int, ...] | str, *, trust_pic
 def save_capture(path: str | Path, source: str, model: nn.Module, input_shape: tuple[int, ...]) -> None:
     """Write a capture file: the source string, the input shape and the model's weights.
 
-    The file loads with ``torch.load(weights_only=True)``: it holds no pickled code.
+    The file loads with ``torch.load(weights_only=True)``: it contains no pickled code.
     Loading it as a source rebuilds the architecture from ``source`` and restores the
     weights, so a random-weight model comes back bit-identical.
     """

@@ -174,8 +174,10 @@ def test_layer_nodes_are_tensor_valued_ops():
     gm = capture(torchvision.models.resnet18(num_classes=10), (1, 3, 32, 32)).gm
     infos = [node_info(n) for n in gm.graph.nodes]
 
-    assert infos[0].kind == "input" and not infos[0].is_layer
-    assert infos[-1].kind == "output" and not infos[-1].is_layer
+    assert infos[0].kind == "input"
+    assert not infos[0].is_layer
+    assert infos[-1].kind == "output"
+    assert not infos[-1].is_layer
     assert all(info.is_layer for info in infos[1:-1])
     assert infos[-2].shape == (1, 10)
 

@@ -2,10 +2,9 @@
 
 Parents are frozen and the evaluation set is fixed, so every node of a subnetwork whose
 inputs all come, unchanged, from one parent computes exactly what that parent computes.
-:class:`SubnetEvaluator` runs both parents once over the evaluation set, keeps the
-outputs of their matched layers (the only places where a subnetwork can leave a parent)
-and of their final layers, and then computes for each genotype only the nodes behind
-its first stitch. Results are memoized by the genotype's canonical form (inactive
+:class:`SubnetEvaluator` runs both parents once over the evaluation set and keeps the
+outputs of their matched layers and final layers. A subnetwork can leave a parent only at
+a matched layer, so each genotype then needs only the nodes behind its first stitch. Results are memoized by the genotype's canonical form (inactive
 positions set to 0), so two genotypes that select the same network are evaluated once.
 
 :class:`SupernetProblem` adapts the evaluator to the search's
@@ -418,7 +417,7 @@ def evaluate_model_file(source: str, data: str, data_options: DataOptions = Data
 
     An ``.onnx`` file runs in onnxruntime and is counted from its own graph; a model
     source is captured (which also counts its MACs) and run with PyTorch, or exported
-    and run with onnxruntime when ``eval_options.backend`` asks for it.
+    and run with onnxruntime when ``eval_options.backend`` is ``"onnxruntime"``.
 
     Raises:
         InvalidArgumentError: a model source comes without an input shape.
